@@ -221,6 +221,24 @@ class Broker:
             for queue in exporter_queues:
                 ch.queue_bind(queue=queue, exchange=t.dataset_available_exchange, routing_key="")
 
+    def bind_exporter_queue(self, name: str, *, temporary: bool = False) -> str:
+        """Declare exporter ``name``'s queue, bound to the dataset fanout; returns its name.
+
+        ``temporary``: exclusive to this connection and deleted by the broker when it
+        closes (smoke checks), so a crashed check leaves nothing behind.
+        """
+        t = self.topology
+        queue = t.exporter_queue(name)
+        with self._op(f"bind {queue}") as ch:
+            ch.exchange_declare(exchange=t.dataset_available_exchange, exchange_type="fanout", durable=True)
+            if temporary:
+                ch.queue_declare(queue=queue, durable=False, exclusive=True, auto_delete=True)
+            else:
+                ch.queue_declare(queue=queue, durable=True)
+            ch.queue_bind(queue=queue, exchange=t.dataset_available_exchange, routing_key="")
+        self._declared_queues.add(queue)
+        return queue
+
     def message_count(self, queue: str) -> int:
         """Ready (not unacked) messages in ``queue``; a passive declare, so it never creates."""
         self._check_queue(queue)
@@ -286,7 +304,9 @@ class Broker:
         self.publish(self.topology.data_available_exchange, "", body, content_type=JSON)
 
     def publish_dataset_available(self, body: bytes) -> None:
-        self.publish(self.topology.dataset_available_exchange, "", body, content_type=JSON)
+        """Not mandatory: the built-in exporters run as Dagster assets, so a fanout with no
+        external exporter bound is normal, and the announcement is simply not needed."""
+        self.publish(self.topology.dataset_available_exchange, "", body, content_type=JSON, mandatory=False)
 
     def publish_start_source(self, source_name: str, body: bytes) -> None:
         """StartSourceCommand: default exchange, routing key = the source's queue name."""

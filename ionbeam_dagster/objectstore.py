@@ -62,8 +62,8 @@ def _has_control_chars(text: str) -> bool:
 class ObjectStore:
     """Objects under one root: ``file:///abs/dir`` or ``s3://bucket/prefix``.
 
-    Build it with :meth:`from_url`. Not thread-safe only in the sense that pyarrow's file
-    systems are; the store itself holds no mutable state.
+    Build it with :meth:`from_url`. Safe to share between threads: it holds no mutable
+    state of its own, and pyarrow's file systems are thread-safe.
     """
 
     def __init__(
@@ -265,9 +265,16 @@ class ObjectStore:
         path = self._path(key)
         # open_input_file: one HEAD and one GET. open_input_stream issues hundreds of ranged
         # GETs against some servers (moto: ~150x slower).
-        with self._io(f"read {key!r}"):
-            with self._fs.open_input_file(path) as f:
-                return f.read_buffer()
+        try:
+            with self._io(f"read {key!r}"):
+                with self._fs.open_input_file(path) as f:
+                    return f.read_buffer()
+        except OSError as exc:
+            # A key naming a directory has no object: report it like S3 does (not found),
+            # rather than as an I/O failure the caller would retry forever.
+            if self._scheme == "file" and not isinstance(exc, FileNotFoundError) and os.path.isdir(path):
+                raise FileNotFoundError(f"no object {key!r} in {self.root_url} (it is a directory)") from None
+            raise
 
     def read_table(self, key: str) -> pa.Table:
         """Parquet, Arrow IPC file or Arrow IPC stream, told apart by their magic bytes.
@@ -403,7 +410,9 @@ def _local_atomic(path: str) -> Iterator[pa.NativeFile]:
     within one file system, and the fsyncs make the object survive a crash once we return."""
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{name[:150]}{_TMP_MARK}{secrets.token_hex(8)}")
+    # Cut the name by bytes so the temporary name stays within the 255-byte component limit.
+    stem = name.encode("utf-8")[:150].decode("utf-8", errors="ignore")
+    tmp = os.path.join(parent, f".{stem}{_TMP_MARK}{secrets.token_hex(8)}")
     out = pa.OSFile(tmp, "wb")
     try:
         yield out
