@@ -90,9 +90,10 @@ def _span(value: Any) -> timedelta:
         check_span(span)
     except ValueError as exc:
         # check_span names the canonical spelling; show the operator's own too (PT90M = PT1H30M).
-        written = value if isinstance(value, str) else str(value)
         canonical = format_duration(span)
-        raise ValueError(f"{written} (= {canonical}){str(exc)[len(canonical):]}" if written != canonical else str(exc)) from None
+        if isinstance(value, str) and value != canonical:
+            raise ValueError(f"{value} (= {canonical}){str(exc)[len(canonical):]}") from None
+        raise
     return span
 
 
@@ -158,12 +159,12 @@ def _links(value: Any) -> tuple[Link, ...]:
 
 
 def _column(value: Any) -> str:
-    value = _text(value)
-    if not value:
+    column = _text(value)
+    if not column:
         raise ValueError("must not be empty")
-    if _CONTROL.search(value):
-        raise ValueError(f"{value!r} must not contain control characters")
-    return value
+    if _CONTROL.search(column):
+        raise ValueError(f"{column!r} must not contain control characters")
+    return column
 
 
 def _aligned(start: datetime, span: timedelta) -> None:
@@ -284,8 +285,15 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        # "<<: *anchor" merges may legitimately be overridden by the mapping's own keys.
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable key: construct_mapping reports it properly
+            continue
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
             )

@@ -64,6 +64,7 @@ __all__ = [
     "parse_ingest_command",
     "parse_data_available",
     "parse_message",
+    "describe_validation_error",
     "to_json_bytes",
 ]
 
@@ -100,7 +101,12 @@ def as_utc(value: datetime) -> datetime:
     """Aware UTC; naive means UTC (the reference's sources often send naive times)."""
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # Only reachable at the very ends of the calendar (9999-12-31T23:59-01:00); it must
+        # surface as a validation error, not crash the consumer.
+        raise ValueError(f"{value.isoformat()} is out of range in UTC") from None
 
 
 def format_time(value: datetime) -> str:
@@ -273,8 +279,8 @@ class DataIngestionMap(_Model):
                 )
             canonical[name] = i
         seen: dict[str, int] = {}
-        for i, variable in enumerate(self.metadata_variables):
-            column = variable.column
+        for i, metadata_variable in enumerate(self.metadata_variables):
+            column = metadata_variable.column
             path = f"metadata_variables[{i}].column"
             if column in RESERVED_COLUMNS:
                 raise FieldProblem(path, f"{column!r} is reserved for the axes ({', '.join(RESERVED_COLUMNS)})")
@@ -432,18 +438,36 @@ def _check_time_range(start: datetime, end: datetime) -> None:
         )
 
 
+def _parse_versioned(body: bytes | bytearray | memoryview, model: type[M]) -> M:
+    """The version is checked on the raw JSON before the schema: a future version may change
+    the layout, and its sender deserves "unsupported_version", not a schema complaint."""
+    value = _load_object(body)
+    metadata = value.get("metadata")
+    if isinstance(metadata, dict):
+        version = metadata.get("version", SUPPORTED_VERSION)
+        if isinstance(version, int) and not isinstance(version, bool) and version != SUPPORTED_VERSION:
+            raise Rejection(
+                "unsupported_version",
+                f"metadata.version: {version} is not supported (this platform speaks version {SUPPORTED_VERSION})",
+            )
+    try:
+        parsed = model.model_validate(value)
+    except ValidationError as exc:
+        raise Rejection("invalid_message", describe_validation_error(exc)) from None
+    _check_version(parsed.metadata)  # type: ignore[attr-defined]
+    return parsed
+
+
 def parse_ingest_command(body: bytes | bytearray | memoryview) -> IngestDataCommand:
     """Validate an IngestDataCommand; every failure is a Rejection with its contract code."""
-    command = parse_message(body, IngestDataCommand)
-    _check_version(command.metadata)
+    command = _parse_versioned(body, IngestDataCommand)
     _check_time_range(command.start_time, command.end_time)
     return command
 
 
 def parse_data_available(body: bytes | bytearray | memoryview) -> DataAvailableEvent:
     """Validate a DataAvailableEvent with the same codes as :func:`parse_ingest_command`."""
-    event = parse_message(body, DataAvailableEvent)
-    _check_version(event.metadata)
+    event = _parse_versioned(body, DataAvailableEvent)
     _check_time_range(event.start_time, event.end_time)
     return event
 

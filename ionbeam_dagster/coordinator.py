@@ -12,13 +12,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from ionbeam_dagster.catalog import Catalog
 from ionbeam_dagster.contracts import DataAvailableEvent
 from ionbeam_dagster.errors import Rejection
 from ionbeam_dagster.readiness import Decision, EventSpan, assess_window
-from ionbeam_dagster.windows import Window, windows_overlapping
+from ionbeam_dagster.windows import Window, to_ns, windows_overlapping
 from ionbeam_dagster.windowstate import BuildRequestRecord, WindowState, window_id
 
 
@@ -91,12 +91,17 @@ class Coordinator:
             )
         span = EventSpan(
             id=str(event.id),
-            start_ns=_ns(event.start_time),
-            end_ns=_ns(event.end_time),
+            start_ns=to_ns(event.start_time),
+            end_ns=to_ns(event.end_time),
         )
-        # Windows before the catalog's start have no Dagster partition to build into.
+        # Rows stamped exactly at end_time are accepted (the range is closed, as in the
+        # reference), and such a row belongs to the window starting there; so an event whose
+        # end is a window boundary is recorded in that next window too, or a late row at the
+        # boundary would never rebuild it. Windows before the catalog's start have no
+        # Dagster partition to build into.
+        closed_end = event.end_time + timedelta(microseconds=1)
         windows = [
-            w for w in windows_overlapping(event.start_time, event.end_time, spec.aggregation_span) if w.start >= spec.start
+            w for w in windows_overlapping(event.start_time, closed_end, spec.aggregation_span) if w.start >= spec.start
         ]
         if windows:
             self._state.record_event(name, windows, span)
@@ -197,10 +202,3 @@ class Coordinator:
         )
         self._state.review_later(dataset, window, now + self._policy.poll)
         outcome.requests.append(build)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ns(t: datetime) -> int:
-    return (t - _EPOCH) // timedelta(microseconds=1) * 1_000

@@ -151,9 +151,10 @@ T = TypeVar("T")
 
 def _item_window(item: Any) -> Window:
     # WindowState.due() yields (dataset, window) pairs; other callers pass objects.
-    if isinstance(item, tuple):
-        return item[1]
-    return item.window
+    window = item[1] if isinstance(item, tuple) else item.window
+    if not isinstance(window, Window):
+        raise TypeError(f"oldest_first: expected a Window, got {type(window).__name__}; pass key=")
+    return window
 
 
 def _item_dataset(item: Any) -> str:
