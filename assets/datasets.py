@@ -6,7 +6,6 @@ coordinator's runs, whose partition data version is the window's event-set hash)
 every window inside it.
 """
 
-from __future__ import annotations
 
 from datetime import datetime
 

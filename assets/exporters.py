@@ -6,7 +6,6 @@ and late data rebuilds old ones. Each reads the window version the build recorde
 replaces one current file per window atomically.
 """
 
-from __future__ import annotations
 
 from collections.abc import Callable
 
@@ -14,7 +13,7 @@ import dagster as dg
 
 from assets.datasets import dataset_asset_key, dataset_partitions, windows_of_run
 from ionbeam_dagster.catalog import DatasetSpec
-from ionbeam_dagster.exporters import export_key
+from ionbeam_dagster.exporters.keys import export_key
 from ionbeam_dagster.exporters.geoparquet import write_geoparquet
 from ionbeam_dagster.resources import ObjectStoreResource, RedisResource
 

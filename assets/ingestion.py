@@ -5,7 +5,6 @@ lineage of its own; what it produces (points in InfluxDB) feeds the dataset asse
 the coordinator. Running it as a Dagster run still gives operators logs, retries and a UI.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

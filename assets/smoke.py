@@ -5,7 +5,6 @@ in-process against the configured services, and fails the run with the stage tha
 wrong.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -6,12 +6,12 @@ object store, then an IngestDataCommand on the broker. Its partitions are the wi
 history. Station positions are fixed, so reruns do not move stations around.
 """
 
-from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 import pyarrow.parquet as pq
 
 from assets.datasets import dataset_partitions
@@ -39,7 +39,7 @@ def synthetic_command(spec: DatasetSpec, start: datetime, end: datetime, payload
     )
 
 
-def build_synthetic_source(spec: DatasetSpec) -> tuple[dg.AssetsDefinition, dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
+def build_synthetic_source(spec: DatasetSpec) -> tuple[dg.AssetsDefinition, UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
     @dg.asset(
         key=SOURCE_KEY,
         partitions_def=dataset_partitions(spec),

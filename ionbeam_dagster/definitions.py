@@ -50,6 +50,7 @@ def build_definitions(catalog: Catalog) -> dg.Definitions:
         schedules=schedules,
         sensors=[build_ingestion_sensor(ingest_job), build_coordinator_sensor(build_jobs)],
         resources=default_resources(),
+        executor=dg.in_process_executor,
     )
 
 

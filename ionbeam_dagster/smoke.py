@@ -29,7 +29,7 @@ from ionbeam_dagster.contracts import (
     to_json_bytes,
 )
 from ionbeam_dagster.coordinator import Coordinator
-from ionbeam_dagster.exporters import export_key
+from ionbeam_dagster.exporters.keys import export_key
 from ionbeam_dagster.exporters.geoparquet import write_geoparquet
 from ionbeam_dagster.influx import InfluxClient
 from ionbeam_dagster.ingestion import admit, ingest

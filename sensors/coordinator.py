@@ -14,11 +14,11 @@ A window that keeps failing is given up on after a few attempts and reported as 
 observation, so it shows on the dataset's page instead of blocking other windows.
 """
 
-from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ionbeam_dagster.contracts import parse_data_available
 from ionbeam_dagster.coordinator import Coordinator
@@ -35,7 +35,7 @@ def build_job_name(dataset: str) -> str:
     return f"build_{dataset}"
 
 
-def build_coordinator_sensor(build_jobs: list[dg.UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+def build_coordinator_sensor(build_jobs: list[UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
     @dg.sensor(
         name="coordinator_sensor",
         jobs=build_jobs,

@@ -11,7 +11,6 @@ backoff for as long as it takes: an accepted command is never dropped because a 
 was down.
 """
 
-from __future__ import annotations
 
 import time
 

@@ -6,7 +6,6 @@ dead (its worker was killed): the default run launcher cannot notice that, so th
 reports the run failed itself, which lets the work be retried.
 """
 
-from __future__ import annotations
 
 import time
 from dataclasses import dataclass
