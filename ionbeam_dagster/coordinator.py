@@ -154,6 +154,12 @@ class Coordinator:
 
         request = state.request(dataset, window)
         if request is None or request.hash != readiness.desired_hash:
+            if request is not None and run_state(request.run_key) is RunState.ACTIVE:
+                # One build per window at a time: were two to overlap, the older could
+                # finish last and record a stale hash over the newer one.
+                outcome.in_flight += 1
+                state.review_later(dataset, window, now + self._policy.poll)
+                return
             self._request(dataset, window, readiness.desired_hash, 0, now, outcome)
             state.clear_failed(dataset, window)
             return

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import redis
 
 from ionbeam_dagster.errors import TransientError
-from ionbeam_dagster.readiness import EventSpan
+from ionbeam_dagster.readiness import EventSpan, oldest_first
 from ionbeam_dagster.windows import Window
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
@@ -194,16 +194,32 @@ class WindowState:
 
     # -- scheduling ---------------------------------------------------------------------
     def to_review(self, now: datetime, limit: int) -> list[tuple[str, Window]]:
-        """Windows to examine now, oldest (by end) first across datasets."""
+        """Windows to examine now, oldest first across datasets (``readiness.oldest_first``:
+        by end, then start, then dataset name).
+
+        The zset orders by end only and breaks ties by member name, which puts
+        ``alpha|...0050`` (a 10-minute window) before ``beta|...0000`` (an hour ending at the
+        same time), contrary to ``oldest_first``. So members tied with the last one taken are
+        fetched too (at most one window per dataset can share an end), the page is sorted by
+        ``oldest_first`` and only then cut to ``limit``.
+        """
+        if limit < 1:
+            # zrange(0, -1) would return the whole set: an unbounded tick.
+            raise ValueError(f"limit: {limit} must be at least 1")
         self._call(self._promote, keys=[self._later, self._review], args=[_ts(now), limit, f"{self._p}:win:"])
-        members = self._call(self._r.zrange, self._review, 0, limit - 1)
+        page = self._call(self._r.zrange, self._review, 0, limit - 1, withscores=True)
+        members = [member for member, _ in page]
+        if len(page) == limit:
+            last = page[-1][1]
+            taken = set(members)
+            members += [m for m in self._call(self._r.zrangebyscore, self._review, last, last) if m not in taken]
         out = []
         for member in members:
             dataset, wid = member.decode().split("|", 1)
             meta = self._call(self._r.hgetall, f"{self._p}:win:{dataset}:{wid}:meta")
             start = _dt(meta[b"start"])
             out.append((dataset, Window(start=start, end=_dt(meta[b"end"]))))
-        return out
+        return oldest_first(out)[:limit]
 
     def review_later(self, dataset: str, window: Window, at: datetime) -> None:
         member = self._member(dataset, window)
