@@ -129,7 +129,6 @@ def _needs_tag_work(values: pa.ChunkedArray) -> bool:
     return False
 
 
-
 def _tag_values(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
     values = column if pa.types.is_string(column.type) else column.cast(pa.string())
     if _needs_tag_work(values):
@@ -193,16 +192,22 @@ def _encode_slice(plan: _Plan, offset: int, length: int) -> pa.ChunkedArray:
     sparse_fields = [(k, v) for k, v, d in plan.fields if not d]
     for i, (key, values) in enumerate(dense_fields):
         parts += [("," if i else "") + f"{key}=", values.slice(offset, length).cast(pa.string())]
-    if sparse_fields:
+    if dense_fields:
+        # After a dense field every sparse one carries its own comma; a null piece becomes ""
+        # in the final join, dropping the field and its comma together.
+        for key, values in sparse_fields:
+            parts.append(pc.binary_join_element_wise(f",{key}=", values.slice(offset, length).cast(pa.string()), ""))
+    elif sparse_fields:
         pieces = [
             pc.binary_join_element_wise(f"{key}=", values.slice(offset, length).cast(pa.string()), "")
             for key, values in sparse_fields
         ]
-        # A null field drops its piece and its comma ("skip"); with dense fields before it,
-        # the sparse group needs one leading comma, added only when the group is non-empty.
+        # "skip" drops a null piece and its separator. pyarrow 26 also drops a row whose
+        # pieces are *all* null (the output gets shorter), but encode_lines has refused such
+        # rows already; the length check keeps a future regression from shifting lines.
         group = pc.binary_join_element_wise(*pieces, ",", null_handling="skip") if len(pieces) > 1 else pieces[0]
-        if dense_fields:
-            group = pc.binary_join_element_wise(",", group, "")  # null (all null) stays null -> ""
+        if len(group) != length:
+            raise AssertionError(f"field join returned {len(group)} rows for {length}")
         parts.append(group)
     parts += [" ", plan.times.slice(offset, length).cast(pa.string()), "\n"]
     return pc.binary_join_element_wise(*parts, "", null_handling="replace", null_replacement="")
