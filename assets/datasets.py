@@ -56,10 +56,13 @@ def build_dataset_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         state = redis.windows(client)
         store = objects.store()
         influx_client = influx.client()
+        declared = redis.ledger(client).columns(spec.name)
         results = []
         with redis.leases(client).hold(context.run_id), broker.open() as b:
             for window in windows:
-                result = build_window(spec, window, influx=influx_client, store=store, state=state, broker=b)
+                result = build_window(
+                    spec, window, influx=influx_client, store=store, state=state, broker=b, declared_columns=declared
+                )
                 context.log.info(f"built {spec.name} {window.start.isoformat()}: {result.rows} rows -> {result.key}")
                 results.append(result)
         client.close()

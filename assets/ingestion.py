@@ -6,16 +6,21 @@ the coordinator. Running it as a Dagster run still gives operators logs, retries
 """
 
 
+from datetime import timedelta
+
 import dagster as dg
 
 from ionbeam_dagster.contracts import parse_ingest_command
 from ionbeam_dagster.errors import Rejection
-from ionbeam_dagster.ingestion import ingest
+from ionbeam_dagster.ingestion import RetrySchedule, ingest
 from ionbeam_dagster.resources import BrokerResource, InfluxResource, ObjectStoreResource, RedisResource
 
 
 class IngestCommandConfig(dg.Config):
     command_id: str
+    # How long a payload that is not (yet) in the object store is waited for before the
+    # command is dead-lettered as payload_not_found (sources may announce before upload ends).
+    payload_wait_seconds: float = 60.0
 
 
 @dg.op(name="ingest_command", tags={"kind": "influxdb"})
@@ -38,7 +43,14 @@ def ingest_command(
     assert body is not None, "a pending command always has its body staged"
     with redis.leases(client).hold(context.run_id), broker.open() as b:
         try:
-            result = ingest(parse_ingest_command(body), store=objects.store(), influx=influx.client(), broker=b)
+            result = ingest(
+                parse_ingest_command(body),
+                store=objects.store(),
+                influx=influx.client(),
+                broker=b,
+                payload_wait=RetrySchedule(timeout=timedelta(seconds=config.payload_wait_seconds)),
+                declare_columns=ledger.note_columns,
+            )
         except Rejection as rejection:
             b.dead_letter(body, rejection.code, rejection.message)
             ledger.complete(config.command_id, "rejected", {"code": rejection.code, "error": rejection.message})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -96,7 +97,11 @@ def build_window(
     state: WindowState,
     broker: Broker,
     slice_rows: int = 200_000,
+    declared_columns: tuple[Sequence[str], Sequence[str]] = ((), ()),
 ) -> BuildResult:
+    """``declared_columns``: (fields, tags) the dataset's ingestions declared; the window gets
+    them even when InfluxDB has no value for them (null-filled), so every window of a dataset,
+    an empty one included, carries the contract's full schema."""
     started = time.monotonic()
     # The event set is read before the data: an event that lands during the build is not
     # in this hash, so the coordinator sees desired != observed afterwards and rebuilds.
@@ -105,8 +110,12 @@ def build_window(
     span_text = format_duration(spec.aggregation_span)
     key = dataset_key(spec.name, window, span_text, event_hash)
 
-    fields = sorted(f for f in influx.field_keys(spec.name) if f not in ("latitude", "longitude"))
-    tags = sorted(influx.tag_keys(spec.name))
+    # Ingestion creates the database only when it writes a row, so a window whose only
+    # payloads had no valid rows may be built before the database exists.
+    influx.ensure_database()
+    declared_fields, declared_tags = declared_columns
+    fields = sorted({*influx.field_keys(spec.name), *declared_fields} - {"latitude", "longitude"})
+    tags = sorted({*influx.tag_keys(spec.name), *declared_tags} - set(fields) - {"latitude", "longitude"})
     schema = dataset_schema(fields, tags)
     extent = _Extent(spec.station_column)
     rows = 0

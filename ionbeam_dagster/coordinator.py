@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from ionbeam_dagster.catalog import Catalog
 from ionbeam_dagster.contracts import DataAvailableEvent
+from ionbeam_dagster.durations import format_duration
 from ionbeam_dagster.errors import Rejection
 from ionbeam_dagster.readiness import Decision, EventSpan, assess_window
 from ionbeam_dagster.windows import Window, to_ns, windows_overlapping
@@ -86,8 +87,8 @@ class Coordinator:
         if event.metadata.dataset.aggregation_span != spec.aggregation_span:
             raise Rejection(
                 "dataset_mismatch",
-                f"metadata.dataset.aggregation_span: {event.metadata.dataset.aggregation_span} differs from the "
-                f"catalog's {spec.aggregation_span} for dataset {name!r}",
+                f"metadata.dataset.aggregation_span: {format_duration(event.metadata.dataset.aggregation_span)} "
+                f"differs from the catalog's {format_duration(spec.aggregation_span)} for dataset {name!r}",
             )
         span = EventSpan(
             id=str(event.id),

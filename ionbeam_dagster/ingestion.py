@@ -23,11 +23,12 @@ import pyarrow as pa
 from ionbeam_dagster.broker import Broker
 from ionbeam_dagster.catalog import Catalog
 from ionbeam_dagster.contracts import DataAvailableEvent, IngestDataCommand, parse_ingest_command, to_json_bytes
+from ionbeam_dagster.durations import format_duration
 from ionbeam_dagster.errors import Rejection, TransientError
 from ionbeam_dagster.influx import InfluxClient
 from ionbeam_dagster.lineprotocol import encode_lines
 from ionbeam_dagster.normalise import normalise
-from ionbeam_dagster.objectstore import ObjectStore
+from ionbeam_dagster.objectstore import _TABLE_SUFFIXES, ObjectStore
 
 
 def admit(body: bytes, catalog: Catalog, store: ObjectStore) -> IngestDataCommand:
@@ -44,8 +45,8 @@ def admit(body: bytes, catalog: Catalog, store: ObjectStore) -> IngestDataComman
     if dataset.aggregation_span != spec.aggregation_span:
         raise Rejection(
             "dataset_mismatch",
-            f"metadata.dataset.aggregation_span: {_iso(dataset.aggregation_span)} differs from the catalog's "
-            f"{_iso(spec.aggregation_span)} for dataset {dataset.name!r}",
+            f"metadata.dataset.aggregation_span: {format_duration(dataset.aggregation_span)} differs from the catalog's "
+            f"{format_duration(spec.aggregation_span)} for dataset {dataset.name!r}",
         )
     store.key_for(command.payload_location)
     return command
@@ -94,8 +95,15 @@ def ingest(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     payload_wait: RetrySchedule = RetrySchedule(),
     service_retry: RetrySchedule = RetrySchedule(timeout=timedelta(seconds=120)),
+    declare_columns: Callable[[str, list[str], list[str]], object] | None = None,
 ) -> IngestionResult:
-    """Ingest one admitted command. Raises Rejection (dead-letter it) or TransientError."""
+    """Ingest one admitted command. Raises Rejection (dead-letter it) or TransientError.
+
+    ``declare_columns(dataset, fields, tags)`` is called with the map's declared columns once
+    the payload is valid and before anything is announced: InfluxDB only knows fields that
+    have values, so without it a window of a dataset with no stored rows yet (a zero-row
+    payload) would be built without its canonical and metadata columns.
+    """
     started = time.monotonic()
     key = store.key_for(command.payload_location)
     table = _read_payload(store, key, payload_wait)
@@ -105,6 +113,10 @@ def ingest(
     imap = command.metadata.ingestion_map
     tags = [m.column for m in imap.metadata_variables if m.column in normalised.table.column_names]
     fields = ["latitude", "longitude", *(v.canonical_name for v in imap.canonical_variables)]
+    if declare_columns is not None:
+        declare_columns(
+            dataset, [v.canonical_name for v in imap.canonical_variables], [m.column for m in imap.metadata_variables]
+        )
     written = 0
     if normalised.table.num_rows:
         lines = encode_lines(
@@ -149,9 +161,11 @@ def _read_payload(store: ObjectStore, key: str, wait: RetrySchedule) -> pa.Table
         cause = exc.__cause__
         if isinstance(cause, TransientError):
             raise cause
+        # read_table tries <key>.parquet first only for a key without a table suffix.
+        also = "" if key.lower().endswith(_TABLE_SUFFIXES) else f" (or {key + '.parquet'!r})"
         raise Rejection(
             "payload_not_found",
-            f"payload_location: no object at {key!r} (or {key + '.parquet'!r}) after waiting {wait.timeout}",
+            f"payload_location: no object at {key!r}{also} after waiting {format_duration(wait.timeout)}",
         ) from exc
 
 
@@ -159,9 +173,3 @@ def _distinct(table: pa.Table, column: str) -> int:
     import pyarrow.compute as pc
 
     return int(pc.count_distinct(table.column(column)).as_py())
-
-
-def _iso(span: timedelta) -> str:
-    from ionbeam_dagster.durations import format_duration
-
-    return format_duration(span)

@@ -10,6 +10,8 @@ Keys (all under ``{prefix}:ingest:``):
 - ``pending``   zset of ids by staging time (oldest first)
 - ``done``, ``rejected``  zsets of ids by completion time (audit)
 - ``clock``     last staging score, so staging order is strict even within a microsecond
+- ``columns:<dataset>``  hash: column -> "field" | "tag", every column the ingestion maps of the
+  dataset's valid payloads declared (InfluxDB knows only columns with values; windows get all)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = ["IngestionLedger", "OUTCOMES"]
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 # UUIDs in practice; the pattern keeps ids safe inside key names and log lines.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+DATASET_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 OUTCOMES = ("done", "rejected")
 PENDING = "pending"
 
@@ -150,7 +153,27 @@ class IngestionLedger:
             raise KeyError(f"command {command_id!r} was never staged")
         return result
 
+    def note_columns(self, dataset: str, fields: list[str], tags: list[str]) -> None:
+        """Remember the canonical (field) and metadata (tag) columns ``dataset``'s ingestion
+        map declares; idempotent, and a column once declared stays declared."""
+        mapping = {**{f: "field" for f in fields}, **{t: "tag" for t in tags}}
+        if mapping:
+            key = self._columns_key(dataset)
+            self._call(f"note columns of {dataset}", lambda: self._r.hset(key, mapping=mapping))
+
+    def _columns_key(self, dataset: str) -> str:
+        if not isinstance(dataset, str) or not DATASET_RE.fullmatch(dataset):
+            raise ValueError(f"dataset: {dataset!r} must match {DATASET_RE.pattern}")
+        return self._base + "columns:" + dataset
+
     # ----------------------------------------------------------------- reads
+
+    def columns(self, dataset: str) -> tuple[list[str], list[str]]:
+        """(fields, tags) declared for ``dataset`` so far, each sorted."""
+        key = self._columns_key(dataset)
+        raw = self._call(f"columns of {dataset}", lambda: self._r.hgetall(key))
+        kinds = {k.decode(): v.decode() for k, v in raw.items()}
+        return sorted(c for c, k in kinds.items() if k == "field"), sorted(c for c, k in kinds.items() if k == "tag")
 
     def pending(self, limit: int = 100) -> list[str]:
         """Pending ids, oldest staged first."""
