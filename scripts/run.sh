@@ -17,5 +17,8 @@ trap cleanup EXIT INT TERM
 pids+=($!)
 .venv/bin/dagster-webserver -h "${IONBEAM_UI_HOST:-127.0.0.1}" -p "${IONBEAM_UI_PORT:-3000}" -w workspace.yaml &
 pids+=($!)
+bash scripts/api.sh &
+pids+=($!)
+echo "ionbeam-dagster: OGC API on http://${IONBEAM_API_HOST:-127.0.0.1}:${IONBEAM_API_PORT:-5000}"
 echo "ionbeam-dagster: UI on http://${IONBEAM_UI_HOST:-127.0.0.1}:${IONBEAM_UI_PORT:-3000} (DAGSTER_HOME=$DAGSTER_HOME)"
 wait -n "${pids[@]}"

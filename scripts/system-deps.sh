@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages the platform and its tests need beyond Python wheels, installed only when
+# missing (a fresh machine has none of them; apt-get update runs once, only if needed):
+#   libudunits2-0  UDUNITS-2, behind CF unit conversion (cf-units, cfchecker)
+#   libodc-0d      ECMWF's ODC library, behind the fast ODB-2 codec (codc)
+#   chromium       headless browser for the OGC API page test
+set -euo pipefail
+wanted=(libudunits2-0 libodc-0d chromium)
+missing=()
+for pkg in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "system-deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
