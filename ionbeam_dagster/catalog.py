@@ -34,7 +34,7 @@ __all__ = [
     "parse_catalog",
 ]
 
-KNOWN_EXPORTERS: tuple[str, ...] = ("geoparquet",)
+KNOWN_EXPORTERS: tuple[str, ...] = ("geoparquet", "odb", "netcdf")
 DEFAULT_CATALOG_PATH = Path(__file__).resolve().parent / "catalog" / "datasets.yaml"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -51,6 +51,9 @@ _ENTRY_KEYS = (
     "keywords",
     "source_links",
     "station_column",
+    "licence",
+    "attribution",
+    "odb_varno",
 )
 _LINK_KEYS = ("mime_type", "title", "href")
 
@@ -167,6 +170,18 @@ def _column(value: Any) -> str:
     return column
 
 
+def _odb_varno(value: Any) -> tuple[Mapping[str, Any], ...]:
+    """Overrides of the ODB exporter's (standard_name, level, method, period) -> varno rules,
+    checked here so a typo fails the catalog's load, not the first export."""
+    from ionbeam_dagster.exporters.varno import VarnoMapping, VarnoMappingError
+
+    try:
+        VarnoMapping.from_overrides(value)
+    except VarnoMappingError as exc:
+        raise ValueError("; ".join(exc.problems)) from None
+    return tuple(dict(entry) for entry in value)
+
+
 def _aligned(start: datetime, span: timedelta) -> None:
     # Dagster's first partition starts at `start`; off a boundary, partitions and windows differ.
     floor = window_of(start, span).start
@@ -188,6 +203,9 @@ _CHECKS = {
     "keywords": _strings,
     "source_links": _links,
     "station_column": _column,
+    "licence": _text,
+    "attribution": _text,
+    "odb_varno": _odb_varno,
 }
 
 
@@ -227,6 +245,12 @@ class DatasetSpec:
     keywords: tuple[str, ...] = ()
     source_links: tuple[Link, ...] = ()
     station_column: str = "station_id"
+    #: Terms of the data (e.g. ``ODbL-1.0``) and the credit line they require; shown with the
+    #: dataset's assets and in the README. Not in DatasetMetadata: the wire contract is fixed.
+    licence: str = ""
+    attribution: str = ""
+    #: ODB exporter: overrides of the default varno mapping (see exporters/varno.py).
+    odb_varno: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         for field, check in _CHECKS.items():

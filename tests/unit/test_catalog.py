@@ -116,6 +116,31 @@ def test_shipped_catalog_declares_synthetic() -> None:
     assert spec.description and spec.keywords and spec.source_links
 
 
+def test_licence_and_attribution_are_optional_text() -> None:
+    spec = parse_catalog(entry(licence="ODbL-1.0", attribution="'Contains data from X, under the ODbL 1.0.'")).datasets["synthetic"]
+    assert (spec.licence, spec.attribution) == ("ODbL-1.0", "Contains data from X, under the ODbL 1.0.")
+    plain = parse_catalog(entry()).datasets["synthetic"]
+    assert (plain.licence, plain.attribution) == ("", "")
+    # They describe the data, not the wire contract: DatasetMetadata stays as the reference has it.
+    assert "licence" not in spec.metadata().model_dump()
+    with pytest.raises(CatalogError, match="licence: expected a string"):
+        DatasetSpec(
+            name="x", description="", aggregation_span=timedelta(hours=1), subject_to_change_window=timedelta(0),
+            start=datetime(2024, 1, 1, tzinfo=UTC), licence=3,  # type: ignore[arg-type]
+        )
+
+
+def test_shipped_catalog_declares_sensor_community_with_its_licence() -> None:
+    spec = load_catalog(DEFAULT_CATALOG_PATH).get("sensor_community")
+    assert spec is not None
+    assert spec.aggregation_span == timedelta(hours=1)
+    assert spec.subject_to_change_window == timedelta(days=1)
+    assert spec.start == datetime(2015, 10, 1, tzinfo=UTC)
+    assert spec.licence == "ODbL-1.0" and "Sensor.Community" in spec.attribution and "ODbL" in spec.attribution
+    assert spec.description and spec.keywords
+    assert any("archive.sensor.community" in link.href for link in spec.source_links)
+
+
 def test_empty_dataset_list_is_a_valid_catalog() -> None:
     assert len(parse_catalog("datasets: []\n")) == 0
 
@@ -167,6 +192,9 @@ def test_other_offsets_and_naive_starts_are_utc() -> None:
         (entry(keywords="[a, 1]"), "keywords[1]: expected a string, got int"),
         (entry(station_column="''"), "station_column: must not be empty"),
         (entry(description="[a]"), "description: expected a string, got a list"),
+        (entry(licence="[ODbL]"), "datasets[0] (synthetic): licence: expected a string, got a list"),
+        (entry(attribution="1"), "datasets[0] (synthetic): attribution: expected a string, got int"),
+        (entry(license="ODbL-1.0"), "unknown key 'license' (did you mean 'licence'?)"),
     ],
 )
 def test_invalid_entries_fail_naming_the_entry_and_the_field(text: str, expected: str) -> None:
