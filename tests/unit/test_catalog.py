@@ -112,7 +112,7 @@ def test_shipped_catalog_declares_synthetic() -> None:
     assert spec.subject_to_change_window == timedelta(0)
     assert spec.start == datetime(2026, 1, 1, tzinfo=UTC)
     assert spec.allow_incomplete_windows is False
-    assert spec.exporters == ("geoparquet",)
+    assert spec.exporters == ("geoparquet", "odb", "netcdf")
     assert spec.description and spec.keywords and spec.source_links
 
 
@@ -272,3 +272,23 @@ def test_yaml_merge_keys_may_be_overridden_without_counting_as_duplicates() -> N
 
 def test_unhashable_keys_are_a_yaml_error_not_a_crash() -> None:
     assert "not valid YAML" in catalog_error("datasets:\n- {[a]: 1}\n")
+
+
+def test_odb_varno_overrides_are_checked_at_load() -> None:
+    """A typo in an ODB override fails the catalog's load, naming the entry and field,
+    instead of failing the first export hours later."""
+    text = """
+datasets:
+  - name: obs
+    aggregation_span: PT10M
+    start: 2026-01-01T00:00:00Z
+    exporters: [odb]
+    odb_varno:
+      - {standard_name: air_temperature, level: 1.5, method: point, period: PT0S, varno: "39"}
+"""
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(text)
+    message = str(caught.value)
+    assert "datasets[0] (obs)" in message and "odb_varno" in message and "varno" in message
+    good = parse_catalog(text.replace('varno: "39"', "varno: 39"))
+    assert good.datasets["obs"].odb_varno[0]["level"] == 1.5
