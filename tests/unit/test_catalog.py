@@ -173,7 +173,7 @@ def test_other_offsets_and_naive_starts_are_utc() -> None:
         (entry(subject_to_change_window="soon"), "datasets[0] (synthetic): subject_to_change_window: 'soon': not an ISO 8601 duration"),
         (entry(subject_to_change_window="P1Y"), "subject_to_change_window: 'P1Y': years and months"),
         # exporters
-        (entry(exporters="[odb]"), "datasets[0] (synthetic): exporters[0]: unknown exporter 'odb'; known: geoparquet"),
+        (entry(exporters="[grib]"), "datasets[0] (synthetic): exporters[0]: unknown exporter 'grib'; known: geoparquet, odb, netcdf"),
         (entry(exporters="[geoparqet]"), "exporters[0]: unknown exporter 'geoparqet' (did you mean 'geoparquet'?)"),
         (entry(exporters="[geoparquet, geoparquet]"), "exporters[1]: exporter 'geoparquet' is listed twice"),
         (entry(exporters="geoparquet"), "exporters: expected a list of strings, got str"),
@@ -214,7 +214,7 @@ def test_a_key_given_twice_in_one_entry_is_refused() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    text = VALID.replace("aggregation_span: PT1H", "aggregation_span: PT7M").replace("exporters: [geoparquet]", "exporters: [odb]")
+    text = VALID.replace("aggregation_span: PT1H", "aggregation_span: PT7M").replace("exporters: [geoparquet]", "exporters: [grib]")
     lines = catalog_error(text).splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("test.yaml: datasets[0] (synthetic): exporters[0]")
