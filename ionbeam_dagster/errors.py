@@ -20,6 +20,11 @@ REJECTION_CODES = frozenset(
         "payload_not_found",
         "payload_unreadable",
         "missing_column",
+        # StartSourceCommand (source sensor): sent to another source's queue; a range the
+        # source cannot serve (a live feed asked for the past); a run that kept failing.
+        "source_mismatch",
+        "range_not_available",
+        "fetch_failed",
     }
 )
 

@@ -5,7 +5,10 @@ between the two loses nothing (the redelivered copy is refused as already staged
 the same command id is never ingested twice. Every state change is one Lua script, so no
 reader ever sees a command half-moved between pending and done.
 
-Keys (all under ``{prefix}:ingest:``):
+The same ledger, under another ``namespace``, stages StartSourceCommands for the source
+sensor (``{prefix}:source-start:``), with the same guarantees.
+
+Keys (all under ``{prefix}:ingest:``, or ``{prefix}:<namespace>:``):
 - ``cmd:<id>``  hash: status, body (while pending), staged_at, completed_at, details, attempts
 - ``pending``   zset of ids by staging time (oldest first)
 - ``done``, ``rejected``  zsets of ids by completion time (audit)
@@ -33,6 +36,7 @@ PREFIX_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 # UUIDs in practice; the pattern keeps ids safe inside key names and log lines.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 DATASET_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 OUTCOMES = ("done", "rejected")
 PENDING = "pending"
 
@@ -83,13 +87,15 @@ class IngestionLedger:
     are stored byte for byte and need not be UTF-8.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, namespace: str = "ingest") -> None:
         if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
             raise ValueError(f"prefix: {prefix!r} must match {PREFIX_RE.pattern}")
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("redis client: decode_responses=True would corrupt binary bodies; use a bytes client")
         self._r = client
-        self._base = f"{prefix}:ingest:"
+        if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
+            raise ValueError(f"namespace: {namespace!r} must match {NAMESPACE_RE.pattern}")
+        self._base = f"{prefix}:{namespace}:"
         self._pending = self._base + "pending"
         self._clock = self._base + "clock"
         # register_script does no I/O: it sends EVALSHA and falls back to EVAL on NOSCRIPT.

@@ -17,14 +17,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ionbeam_dagster.contracts import IngestDataCommand, as_utc
 from ionbeam_dagster.errors import Rejection
 
-__all__ = ["NormalisedPayload", "normalise", "DROP_REASONS", "FUTURE_TOLERANCE", "TIME_COLUMN"]
+__all__ = [
+    "NormalisedPayload",
+    "normalise",
+    "observation_times",
+    "numbers",
+    "DROP_REASONS",
+    "FUTURE_TOLERANCE",
+    "TIME_COLUMN",
+]
 
 #: Row drop reasons, in the order they are checked: a row counts under the first only.
 DROP_REASONS = (
@@ -129,7 +136,24 @@ def normalise(table: pa.Table, command: IngestDataCommand, *, now: datetime) -> 
     return NormalisedPayload(table=out.combine_chunks(), rows_in=rows_in, dropped=dropped)
 
 
+def observation_times(column: pa.ChunkedArray | pa.Array, dtype: str | None = None) -> pa.ChunkedArray:
+    """Times as int64 ns since the epoch, null where missing or unreadable: exactly how
+    ingestion reads a time column, so sources and the CLI can filter rows the same way."""
+    return _times_ns(_chunked(column), dtype)
+
+
+def numbers(column: pa.ChunkedArray | pa.Array) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """(float64 values, bad): how ingestion reads a variable; ``bad`` marks values that are
+    present but not a finite number (nulled in ``values``)."""
+    return _to_float(_chunked(column))
+
+
 # ------------------------------------------------------------------------------ helpers
+
+
+def _chunked(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    return column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column])
+
 
 
 def _ns(value: datetime) -> int:
@@ -224,6 +248,11 @@ def _parse_iso(column: pa.ChunkedArray) -> pa.ChunkedArray:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     # Slow path, per-row: anything pandas cannot read becomes NaT, i.e. an invalid time.
+    # Imported here, not at the top: pandas costs ~0.3-0.7 s to import, paid by the code
+    # server and by every run worker at start (part of each window's latency), while only
+    # payloads with malformed or mixed-offset times ever reach this line.
+    import pandas as pd
+
     parsed = pd.to_datetime(text.to_pandas(), utc=True, errors="coerce", format="ISO8601")
     stamps = pa.chunked_array([pa.array(parsed)])
     return _scale_to_ns(stamps.cast(pa.int64()), stamps.type.unit)

@@ -77,15 +77,25 @@ def mutated(p: Pipeline, change: Callable[[dict[str, Any]], None]) -> bytes:
 
 def test_the_shipped_catalog_makes_a_loadable_code_location() -> None:
     """What `dagster dev` and the daemon load: every dataset's assets and build job, the
-    ingest and smoke jobs, both sensors and the demo source's schedule."""
+    ingest and smoke jobs, the sensors, and every data source's asset, job and schedule."""
     defs = build_definitions(load_catalog(DEFAULT_CATALOG_PATH))
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
     assert {"ingest", "smoke", "build_synthetic", "synthetic_source"} <= set(repo.job_names)
-    assert {s.name for s in repo.sensor_defs} == {"ingestion_sensor", "coordinator_sensor"}
-    assert {s.name for s in repo.schedule_defs} == {"synthetic_source_schedule"}
+    assert {"build_sensor_community", "sensor_community_source", "sensor_community_live_source"} <= set(repo.job_names)
+    assert {"ingestion_sensor", "coordinator_sensor", "source_start_sensor"} <= {s.name for s in repo.sensor_defs}
+    schedules = {s.name: s for s in repo.schedule_defs}
+    assert {
+        "synthetic_source_schedule",
+        "sensor_community_source_schedule",
+        "sensor_community_live_source_schedule",
+    } <= set(schedules)
+    # Only the demo source runs by default: the others reach third-party services.
+    running = {n for n, s in schedules.items() if s.default_status == dg.DefaultScheduleStatus.RUNNING}
+    assert running == {"synthetic_source_schedule"}
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"synthetic/dataset", "synthetic/geoparquet", "sources/synthetic"} <= keys
+    assert {"sensor_community/dataset", "sources/sensor_community", "sources/sensor_community_live"} <= keys
 
 
 def test_an_invalid_catalog_fails_the_load_naming_the_entry_and_the_field(tmp_path: Path) -> None:
