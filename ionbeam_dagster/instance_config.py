@@ -5,7 +5,10 @@ Why these settings: the default queued run coordinator dequeues every few second
 multiprocess executor forks a process per step, ~7.8 s from request to done; a one-second
 dequeue with the in-process executor (set in the code location) is ~1.5 s
 (shared/reference/platform-facts.md). Sensors run in threads so a slow tick of one does not
-delay the other.
+delay the other. The coordinator launches runs from two threads: the default launcher returns
+only once a run's worker has started (a fresh interpreter importing Dagster and the code
+location, 3-8 s on two cores), so launching one at a time made a backlog of N runs wait N
+start-ups.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ def instance_config(max_concurrent_runs: int = 4) -> dict:
         "run_coordinator": {
             "module": "dagster._core.run_coordinator.queued_run_coordinator",
             "class": "QueuedRunCoordinator",
-            "config": {"max_concurrent_runs": max_concurrent_runs, "dequeue_interval_seconds": 1},
+            "config": {
+                "max_concurrent_runs": max_concurrent_runs,
+                "dequeue_interval_seconds": 1,
+                "dequeue_use_threads": True,
+                "dequeue_num_workers": 2,
+            },
         },
         "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "poll_interval_seconds": 30},
         "sensors": {"use_threads": True, "num_workers": 4},

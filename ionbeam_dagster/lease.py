@@ -49,8 +49,10 @@ class RunLease:
         finally:
             stop.set()
             thread.join(timeout=1)
+            # Not deleted: left to lapse one TTL from now, so the moments after the op (the
+            # run recording its end, or the next step taking the lease) never look dead.
             try:
-                self._r.delete(key)
+                self._r.set(key, "1", ex=self._ttl)
             except redis.RedisError:
                 pass
 

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, str] = {
     "IONBEAM_INFLUXDB_DATABASE": "ionbeam",
     "IONBEAM_OBJECT_STORE": (REPO_ROOT / ".ionbeam" / "objects").as_uri(),
     "IONBEAM_SENSOR_INTERVAL_SECONDS": "5",
+    "IONBEAM_LEASE_TTL_SECONDS": "30",
+    "IONBEAM_RUN_GRACE_SECONDS": "60",
 }
 SECRET_SETTINGS = ("IONBEAM_AMQP_URL", "IONBEAM_REDIS_URL", "IONBEAM_INFLUXDB_URL", "IONBEAM_INFLUXDB_TOKEN")
 
@@ -59,6 +61,18 @@ def sensor_interval() -> int:
     return max(1, int(plain_setting("IONBEAM_SENSOR_INTERVAL_SECONDS") or 5))
 
 
+def lease_ttl() -> int:
+    """Lifetime of a run's Redis lease (refreshed every third of it): a killed run worker is
+    noticed this long after it died at the earliest."""
+    return max(3, int(plain_setting("IONBEAM_LEASE_TTL_SECONDS") or 30))
+
+
+def run_grace() -> float:
+    """How long a started run may go without a lease before the sensors call it dead: it must
+    cover the time from the run's start to its op taking the lease."""
+    return max(1.0, float(plain_setting("IONBEAM_RUN_GRACE_SECONDS") or 60))
+
+
 class BrokerResource(dg.ConfigurableResource):
     """RabbitMQ: the ionbeam topology under ``prefix``."""
 
@@ -77,6 +91,7 @@ class RedisResource(dg.ConfigurableResource):
 
     url: str
     prefix: str = "ionbeam"
+    lease_ttl_seconds: int = 30
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
@@ -88,7 +103,7 @@ class RedisResource(dg.ConfigurableResource):
         return WindowState(client, self.prefix)
 
     def leases(self, client: redis.Redis) -> RunLease:
-        return RunLease(client, self.prefix)
+        return RunLease(client, self.prefix, ttl_seconds=self.lease_ttl_seconds)
 
 
 class InfluxResource(dg.ConfigurableResource):
@@ -125,7 +140,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     prefix = plain_setting("IONBEAM_PREFIX") or "ionbeam"
     return {
         "broker": BrokerResource(amqp_url=setting("IONBEAM_AMQP_URL"), prefix=prefix),
-        "redis": RedisResource(url=setting("IONBEAM_REDIS_URL"), prefix=prefix),
+        "redis": RedisResource(url=setting("IONBEAM_REDIS_URL"), prefix=prefix, lease_ttl_seconds=lease_ttl()),
         "influx": InfluxResource(
             url=setting("IONBEAM_INFLUXDB_URL"),
             database=plain_setting("IONBEAM_INFLUXDB_DATABASE") or "ionbeam",

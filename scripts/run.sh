@@ -8,6 +8,9 @@ cd "$ROOT"
 export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT/.ionbeam/dagster}"
 mkdir -p "$DAGSTER_HOME" "$ROOT/.ionbeam/logs"
 .venv/bin/python -m ionbeam_dagster.instance_config "$DAGSTER_HOME/dagster.yaml"
+# Create the instance's storage before two processes open it at once: on a fresh home both
+# would stamp the SQLite schema, and every later open would fail ("more than one head").
+.venv/bin/python -c 'import dagster; dagster.DagsterInstance.get().dispose()'
 
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }

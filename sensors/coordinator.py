@@ -25,7 +25,7 @@ from ionbeam_dagster.coordinator import Coordinator
 from ionbeam_dagster.errors import Rejection, TransientError
 from ionbeam_dagster.resources import BrokerResource, CatalogResource, RedisResource, sensor_interval
 from ionbeam_dagster.windows import partition_key
-from sensors.runs import REQUEST_TAG, RunLookup
+from sensors.runs import PREFIX_TAG, REQUEST_TAG, RunLookup
 
 MAX_EVENTS_PER_TICK = 500
 MAX_WINDOWS_PER_TICK = 200
@@ -67,6 +67,7 @@ def build_coordinator_sensor(build_jobs: list[UnresolvedAssetJobDefinition]) -> 
             context.log.warning(f"broker unavailable this tick: {exc}")
 
         runs = RunLookup(context.instance, redis.leases(client))
+        reaped = runs.reap("build", redis.prefix)
         outcome = coordinator.review(datetime.now(UTC), runs.state, MAX_WINDOWS_PER_TICK)
         client.close()
 
@@ -80,6 +81,7 @@ def build_coordinator_sensor(build_jobs: list[UnresolvedAssetJobDefinition]) -> 
                     run_key=key,
                     tags={
                         REQUEST_TAG: key,
+                        PREFIX_TAG: redis.prefix,
                         "ionbeam/dataset": build.dataset,
                         "ionbeam/event_hash": build.hash,
                         "ionbeam/attempt": str(build.attempt),
@@ -94,11 +96,12 @@ def build_coordinator_sensor(build_jobs: list[UnresolvedAssetJobDefinition]) -> 
             )
             for dataset, window, error in outcome.gave_up
         ]
-        if applied or rejected or requests or outcome.gave_up:
+        if applied or rejected or requests or outcome.gave_up or reaped:
             context.log.info(
                 f"events applied {applied}, dead-lettered {rejected}; builds requested {len(requests)}, "
                 f"in flight {outcome.in_flight}, waiting for cutoff {outcome.waiting_for_cutoff}, "
-                f"waiting for data {outcome.waiting_for_data}, given up {len(outcome.gave_up)}"
+                f"waiting for data {outcome.waiting_for_data}, given up {len(outcome.gave_up)}, "
+                f"dead runs failed {len(reaped)}"
             )
         return dg.SensorResult(run_requests=requests, asset_events=observations)
 

@@ -19,7 +19,7 @@ import dagster as dg
 from ionbeam_dagster.errors import Rejection, TransientError
 from ionbeam_dagster.ingestion import admit
 from ionbeam_dagster.resources import BrokerResource, CatalogResource, ObjectStoreResource, RedisResource, sensor_interval
-from sensors.runs import REQUEST_TAG, RunLookup, RunState
+from sensors.runs import PREFIX_TAG, REQUEST_TAG, RunLookup, RunState
 
 MAX_MESSAGES_PER_TICK = 200
 MAX_LAUNCHES_PER_TICK = 50
@@ -76,6 +76,7 @@ def build_ingestion_sensor(ingest_job: dg.JobDefinition) -> dg.SensorDefinition:
             context.log.warning(f"broker unavailable this tick: {exc}")
 
         runs = RunLookup(context.instance, redis.leases(client))
+        reaped = runs.reap("ingest", redis.prefix)
         requests: list[dg.RunRequest] = []
         waiting = 0
         for command_id in ledger.pending(MAX_LAUNCHES_PER_TICK * 4):
@@ -98,13 +99,19 @@ def build_ingestion_sensor(ingest_job: dg.JobDefinition) -> dg.SensorDefinition:
                 dg.RunRequest(
                     run_key=key,
                     run_config={"ops": {"ingest_command": {"config": {"command_id": command_id}}}},
-                    tags={REQUEST_TAG: key, "ionbeam/command_id": command_id, "ionbeam/attempt": str(attempt)},
+                    tags={
+                        REQUEST_TAG: key,
+                        PREFIX_TAG: redis.prefix,
+                        "ionbeam/command_id": command_id,
+                        "ionbeam/attempt": str(attempt),
+                    },
                 )
             )
         client.close()
-        if staged or rejected or duplicates or requests:
+        if staged or rejected or duplicates or requests or reaped:
             context.log.info(
-                f"staged {staged}, duplicates {duplicates}, dead-lettered {rejected}, launching {len(requests)}, in flight {waiting}"
+                f"staged {staged}, duplicates {duplicates}, dead-lettered {rejected}, launching {len(requests)}, "
+                f"in flight {waiting}, dead runs failed {len(reaped)}"
             )
         return dg.SensorResult(run_requests=requests)
 
