@@ -13,8 +13,12 @@ import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import redis
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = Path(os.environ.get("IONBEAM_SHARED_FIXTURES", SHARED / "fixtures"))
@@ -105,3 +109,25 @@ def s3_bucket(s3_endpoint: str, prefix: str) -> str:
     bucket = prefix.replace("_", "-")
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture
+def pipeline_services(
+    tmp_path: Path,
+    prefix: str,
+    redis_client: "redis.Redis",
+    redis_url: str,
+    amqp_url: str,
+    influx_url: str,
+    influx_database: str,
+) -> dict[str, object]:
+    """Everything ``tests.pipeline_harness.make_pipeline`` needs, isolated for one test."""
+    return {
+        "tmp_path": tmp_path,
+        "prefix": prefix,
+        "redis_client": redis_client,
+        "redis_url": redis_url,
+        "amqp_url": amqp_url,
+        "influx_url": influx_url,
+        "influx_database": influx_database,
+    }

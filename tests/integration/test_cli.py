@@ -3,6 +3,8 @@ of a test pipeline (its prefix, catalog and store), then ingested by the real se
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import subprocess
 import sys
@@ -14,7 +16,6 @@ import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 from tests.pipeline_harness import CATALOG_YAML, Pipeline, close_pipeline, make_pipeline, output_metadata
 
@@ -47,19 +48,8 @@ ingestion_map:
 
 
 @pytest.fixture
-def pipeline(
-    tmp_path: Path, prefix: str, redis_client: redis.Redis, redis_url: str, amqp_url: str, influx_url: str, influx_database: str
-) -> Iterator[Pipeline]:
-    p = make_pipeline(
-        tmp_path=tmp_path,
-        prefix=prefix,
-        redis_client=redis_client,
-        redis_url=redis_url,
-        amqp_url=amqp_url,
-        influx_url=influx_url,
-        influx_database=influx_database,
-        catalog_text=CATALOG,
-    )
+def pipeline(pipeline_services: dict[str, Any]) -> Iterator[Pipeline]:
+    p = make_pipeline(**pipeline_services, catalog_text=CATALOG)
     yield p
     close_pipeline(p)
 

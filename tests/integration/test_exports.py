@@ -7,16 +7,16 @@ new rows, and no temporary file may be left beside them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Iterator
 
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pyodc
 import pytest
-import redis
 import xarray as xr
 
 from ionbeam_dagster.exporters.keys import export_key
@@ -31,22 +31,10 @@ MAPPED_VARIABLES = 5  # temperature, humidity, pressure, wind speed and directio
 
 @pytest.fixture
 def pipeline(
-    tmp_path: Path,
-    prefix: str,
-    redis_client: redis.Redis,
-    redis_url: str,
-    amqp_url: str,
-    influx_url: str,
-    influx_database: str,
+    pipeline_services: dict[str, Any],
 ) -> Iterator[Pipeline]:
     p = make_pipeline(
-        tmp_path=tmp_path,
-        prefix=prefix,
-        redis_client=redis_client,
-        redis_url=redis_url,
-        amqp_url=amqp_url,
-        influx_url=influx_url,
-        influx_database=influx_database,
+        **pipeline_services,
         catalog_text=ALL_THREE,
     )
     yield p

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -22,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import redis
 import requests
 
 from ionbeam_dagster.broker import HEADER_ERROR, HEADER_ERROR_CODE
@@ -52,36 +50,15 @@ DATASET_COLUMNS = ["timestamp", "latitude", "longitude", *sorted(CANONICAL.value
 
 
 @pytest.fixture
-def services(
-    tmp_path: Path,
-    prefix: str,
-    redis_client: redis.Redis,
-    redis_url: str,
-    amqp_url: str,
-    influx_url: str,
-    influx_database: str,
-) -> dict[str, Any]:
-    return {
-        "tmp_path": tmp_path,
-        "prefix": prefix,
-        "redis_client": redis_client,
-        "redis_url": redis_url,
-        "amqp_url": amqp_url,
-        "influx_url": influx_url,
-        "influx_database": influx_database,
-    }
-
-
-@pytest.fixture
-def pipeline(services: dict[str, Any]) -> Iterator[Pipeline]:
-    p = make_pipeline(**services)
+def pipeline(pipeline_services: dict[str, Any]) -> Iterator[Pipeline]:
+    p = make_pipeline(**pipeline_services)
     yield p
     close_pipeline(p)
 
 
 @pytest.fixture
-def s3_pipeline(services: dict[str, Any], s3_endpoint: str, s3_bucket: str) -> Iterator[Pipeline]:
-    p = make_pipeline(**services, objects=ObjectStoreResource(url=f"s3://{s3_bucket}/store", s3_endpoint=s3_endpoint))
+def s3_pipeline(pipeline_services: dict[str, Any], s3_endpoint: str, s3_bucket: str) -> Iterator[Pipeline]:
+    p = make_pipeline(**pipeline_services, objects=ObjectStoreResource(url=f"s3://{s3_bucket}/store", s3_endpoint=s3_endpoint))
     yield p
     close_pipeline(p)
 

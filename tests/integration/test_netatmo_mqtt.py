@@ -313,28 +313,20 @@ def test_a_consumer_killed_after_storing_but_before_acking_gets_the_messages_aga
 
 @pytest.fixture
 def pipeline(
-    tmp_path: Path,
-    prefix: str,
-    redis_client: redis.Redis,
-    redis_url: str,
-    amqp_url: str,
-    influx_url: str,
-    influx_database: str,
+    pipeline_services: dict[str, Any],
     broker: Mosquitto,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Pipeline]:
     # The netatmo source and its sensor read their settings when the code location is built.
+    prefix = pipeline_services["prefix"]
     monkeypatch.setenv("IONBEAM_PREFIX", prefix)
-    monkeypatch.setenv("IONBEAM_REDIS_URL", redis_url)
+    monkeypatch.setenv("IONBEAM_REDIS_URL", pipeline_services["redis_url"])
     monkeypatch.setenv("IONBEAM_NETATMO_MQTT_URL", f"mqtt://127.0.0.1:{broker.port}")
     monkeypatch.setenv("IONBEAM_NETATMO_MQTT_TOPIC", f"itest/{prefix}/netatmo/#")
     monkeypatch.setenv("IONBEAM_NETATMO_MQTT_CLIENT_ID", f"{prefix}-netatmo")
     monkeypatch.setenv("IONBEAM_NETATMO_LATE_DEBOUNCE", "PT0S")
     monkeypatch.setenv("IONBEAM_NETATMO_MQTT_MAX_SECONDS", "5")
-    p = make_pipeline(
-        tmp_path=tmp_path, prefix=prefix, redis_client=redis_client, redis_url=redis_url, amqp_url=amqp_url,
-        influx_url=influx_url, influx_database=influx_database, catalog_text=CATALOG,
-    )
+    p = make_pipeline(**pipeline_services, catalog_text=CATALOG)
     yield p
     close_pipeline(p)
 

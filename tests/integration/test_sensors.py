@@ -18,7 +18,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import redis
 
 from ionbeam_dagster.broker import HEADER_ERROR, HEADER_ERROR_CODE
 from ionbeam_dagster.catalog import DEFAULT_CATALOG_PATH, load_catalog
@@ -40,22 +39,10 @@ pytestmark = [pytest.mark.services, pytest.mark.filterwarnings("ignore::dagster.
 
 @pytest.fixture
 def pipeline(
-    tmp_path: Path,
-    prefix: str,
-    redis_client: redis.Redis,
-    redis_url: str,
-    amqp_url: str,
-    influx_url: str,
-    influx_database: str,
+    pipeline_services: dict[str, Any],
 ) -> Iterator[Pipeline]:
     p = make_pipeline(
-        tmp_path=tmp_path,
-        prefix=prefix,
-        redis_client=redis_client,
-        redis_url=redis_url,
-        amqp_url=amqp_url,
-        influx_url=influx_url,
-        influx_database=influx_database,
+        **pipeline_services,
     )
     yield p
     close_pipeline(p)
@@ -200,24 +187,12 @@ def test_a_bad_command_is_dead_lettered_unchanged_with_its_code_and_reason(
 
 
 def test_another_bucket_is_refused_by_an_s3_store(
-    tmp_path: Path,
-    prefix: str,
-    redis_client: redis.Redis,
-    redis_url: str,
-    amqp_url: str,
-    influx_url: str,
-    influx_database: str,
+    pipeline_services: dict[str, Any],
     s3_endpoint: str,
     s3_bucket: str,
 ) -> None:
     p = make_pipeline(
-        tmp_path=tmp_path,
-        prefix=prefix,
-        redis_client=redis_client,
-        redis_url=redis_url,
-        amqp_url=amqp_url,
-        influx_url=influx_url,
-        influx_database=influx_database,
+        **pipeline_services,
         objects=ObjectStoreResource(url=f"s3://{s3_bucket}/store", s3_endpoint=s3_endpoint),
     )
     try:

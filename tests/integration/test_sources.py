@@ -25,7 +25,6 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 from assets.sources import source_job_name, source_schedule_name
 from ionbeam_dagster.broker import HEADER_ERROR, HEADER_ERROR_CODE
@@ -106,13 +105,7 @@ def archive() -> Iterator[LocalServer]:
 
 @pytest.fixture
 def pipeline(
-    tmp_path: Path,
-    prefix: str,
-    redis_client: redis.Redis,
-    redis_url: str,
-    amqp_url: str,
-    influx_url: str,
-    influx_database: str,
+    pipeline_services: dict[str, Any],
     archive: LocalServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Pipeline]:
@@ -120,13 +113,7 @@ def pipeline(
     monkeypatch.setenv("IONBEAM_SENSOR_COMMUNITY_ARCHIVE_URL", archive.url)
     monkeypatch.setenv("IONBEAM_SENSOR_COMMUNITY_LIVE_URL", archive.url + "static/v1/data.json")
     p = make_pipeline(
-        tmp_path=tmp_path,
-        prefix=prefix,
-        redis_client=redis_client,
-        redis_url=redis_url,
-        amqp_url=amqp_url,
-        influx_url=influx_url,
-        influx_database=influx_database,
+        **pipeline_services,
         catalog_text=CATALOG,
     )
     # The source sensor declares these on its first tick; the test publishes before that.

@@ -8,15 +8,15 @@ hold the recorded observations (after the documented unit handling: gusts knots 
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pytest
-import redis
 
 from assets.sources import source_job_name
 from ionbeam_dagster.sources.acronet import CLASS_NAMES, KNOT, acronet_ingestion_map, station_id
@@ -68,13 +68,7 @@ def api() -> Iterator[LocalServer]:
 
 @pytest.fixture
 def pipeline(
-    tmp_path: Path,
-    prefix: str,
-    redis_client: redis.Redis,
-    redis_url: str,
-    amqp_url: str,
-    influx_url: str,
-    influx_database: str,
+    pipeline_services: dict[str, Any],
     api: LocalServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Pipeline]:
@@ -89,10 +83,7 @@ def pipeline(
     monkeypatch.setenv("IONBEAM_ACRONET_USERNAME", "acronet-user")
     monkeypatch.setenv("IONBEAM_ACRONET_PASSWORD", "w3bdr0ps-Passw0rd!")
     monkeypatch.setattr(mt, "PAGE_SIZE", MT_PAGE_SIZE)  # the recorded search is paged by 2
-    p = make_pipeline(
-        tmp_path=tmp_path, prefix=prefix, redis_client=redis_client, redis_url=redis_url, amqp_url=amqp_url,
-        influx_url=influx_url, influx_database=influx_database, catalog_text=CATALOG,
-    )
+    p = make_pipeline(**pipeline_services, catalog_text=CATALOG)
     p.broker.declare(sources=["synthetic", "meteotracker", "acronet"])
     yield p
     close_pipeline(p)
