@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ionbeam_dagster.exporters.odb import settle_proj_before_codc
+
+# Test modules import codc directly; its bundled SQLite breaks PROJ if it loads first
+# (see settle_proj_before_codc), so PROJ is settled before any test module is collected.
+settle_proj_before_codc()
+
 if TYPE_CHECKING:
     import redis
 

@@ -24,7 +24,6 @@ the geometry column is assembled from numpy buffers without creating a shapely o
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,6 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from ionbeam_dagster.exporters.sinks import CountingWriter
 
 __all__ = [
     "BBOX_COLUMN",
@@ -136,7 +137,7 @@ def write_geoparquet(
         )
     )
 
-    counter = _CountingWriter(sink)
+    counter = CountingWriter(sink)
     with pq.ParquetWriter(counter, out.schema, compression=compression, **_encoding_options(out.schema)) as writer:
         # An empty window gets a file with the schema and no row group (writing the empty
         # table would add one empty row group, which only costs footer bytes).
@@ -510,34 +511,3 @@ def _file_metadata(
         }
     )
     return metadata
-
-
-class _CountingWriter(io.RawIOBase):
-    """Forwards writes to the caller's stream and counts bytes.
-
-    Also answers tell() from the count: the Parquet writer needs positions for its footer,
-    and this way the sink may be a stream that cannot tell (a pipe, a socket, an upload).
-    Closing it does not close the caller's stream.
-    """
-
-    def __init__(self, sink: BinaryIO) -> None:
-        super().__init__()
-        self._sink = sink
-        self.count = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:  # type: ignore[override]
-        size = memoryview(data).nbytes
-        self._sink.write(data)
-        self.count += size
-        return size
-
-    def tell(self) -> int:
-        return self.count
-
-    def flush(self) -> None:
-        flush = getattr(self._sink, "flush", None)
-        if flush is not None:
-            flush()

@@ -46,7 +46,6 @@ str arrays only, with no per-row Python on our side.
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 import threading
@@ -63,6 +62,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ionbeam_dagster.canonical import CanonicalName
+from ionbeam_dagster.exporters.sinks import CountingWriter
 from ionbeam_dagster.exporters.varno import (
     ODB_INT_MAX,
     ODB_INT_MIN,
@@ -172,11 +172,27 @@ class OdbStats:
 @lru_cache(maxsize=1)
 def codc_available() -> bool:
     """True when codc imports and finds libodccore (findlibs looks in the odclib wheel first)."""
+    settle_proj_before_codc()
     try:
         import codc  # noqa: F401
     except Exception:  # noqa: BLE001 - ImportError, or RuntimeError/OSError from findlibs/dlopen
         return False
     return True
+
+
+def settle_proj_before_codc() -> None:
+    """Open PROJ's database before codc loads.
+
+    codc's eckit wheel bundles its own SQLite. Loaded first, its symbols are the ones PROJ
+    (pyproj, used by the GeoParquet exporter in the same run) then binds to, and PROJ fails
+    ("no database context specified") or the process aborts with a double free. Once PROJ
+    has opened its database the two coexist, so every path to codc goes through here.
+    """
+    try:
+        from pyproj import CRS
+    except ImportError:  # no pyproj in this process: nothing to protect
+        return
+    CRS.from_epsg(4326)
 
 
 def default_encoder() -> Encoder:
@@ -328,12 +344,13 @@ def _encode_pyodc(conformed: Mapping[str, tuple[OdbKind, _Column]], sink: Binary
     # Types are always given: inferred, a float column of whole numbers becomes INTEGER,
     # which can differ from frame to frame within one file.
     types = {name: data_types[kind] for name, kind in kinds.items()}
-    counter = _CountingWriter(sink)
+    counter = CountingWriter(sink)
     pyodc.encode_odb(frame, counter, rows_per_frame=rows_per_frame, types=types)
     return counter.count
 
 
 def _encode_codc(conformed: Mapping[str, tuple[OdbKind, _Column]], sink: BinaryIO, rows_per_frame: int) -> int:
+    settle_proj_before_codc()
     import codc
 
     # codc encodes str as ASCII (UnicodeEncodeError on 'é'); handed UTF-8 bytes it writes
@@ -346,27 +363,9 @@ def _encode_codc(conformed: Mapping[str, tuple[OdbKind, _Column]], sink: BinaryI
     with _CODC_LOCK, tempfile.TemporaryFile() as scratch:
         codc.encode_odb(frame, scratch, rows_per_frame=rows_per_frame, types=types)
         scratch.seek(0)
-        counter = _CountingWriter(sink)
+        counter = CountingWriter(sink)
         shutil.copyfileobj(scratch, counter, 1 << 20)
     return counter.count
-
-
-class _CountingWriter(io.RawIOBase):
-    """Forwards writes to the caller's stream and counts bytes; closing it leaves the sink open."""
-
-    def __init__(self, sink: BinaryIO) -> None:
-        super().__init__()
-        self._sink = sink
-        self.count = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:  # type: ignore[override]
-        size = memoryview(data).nbytes
-        self._sink.write(data)
-        self.count += size
-        return size
 
 
 # --------------------------------------------------------------------------- the dataset table

@@ -565,3 +565,32 @@ def test_example_odb_typing_agrees_with_ours(
     assert example["statid@hdr"].iloc[0] == "   96413"
     assert set(example["wigosid@hdr"]) == {""}
 
+
+
+def test_the_odb_exporter_first_does_not_break_geoparquet_in_the_same_process() -> None:
+    """A build run exports ODB and GeoParquet in one process, in either order. codc's wheel
+    bundles a SQLite that, loaded first, broke PROJ (CRSError or a double-free abort); run in
+    a fresh interpreter so the import order is the production one."""
+    import subprocess
+    import sys
+
+    script = """
+import io
+from datetime import UTC, datetime, timedelta
+from ionbeam_dagster.exporters.odb import write_odb
+from ionbeam_dagster.exporters.varno import DEFAULT_MAPPING
+from ionbeam_dagster.exporters.geoparquet import write_geoparquet
+from ionbeam_dagster.synthetic import generate_observations
+start = datetime(2026, 1, 1, tzinfo=UTC)
+end = start + timedelta(minutes=10)
+raw = generate_observations(start, end, stations=3)
+table = raw.rename_columns({"datetime": "timestamp", "lat": "latitude", "lon": "longitude",
+    "air_temperature": "air_temperature__degC__2.0__point__PT0S"})
+table = table.select(["timestamp", "latitude", "longitude", "air_temperature__degC__2.0__point__PT0S", "station_id"])
+write_odb(table, io.BytesIO(), mapping=DEFAULT_MAPPING, encoder="codc")
+stats = write_geoparquet(table, io.BytesIO(), window_start=start, window_end=end, dataset="d", dataset_version="v")
+print("rows", stats.rows)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "rows 30"
