@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services venv system-deps smoke clean-state
+.PHONY: run test services venv system-deps smoke clean-state bench
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The benchmark's extra clients (influxdb-client for the reference serialiser, xarray for
+# the raw NetCDF codec), installed on top of the test set the first time `make bench` runs.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]' 2>&1 | grep -v '^WARNING: Location' || true
+	touch $(BENCH_STAMP)
 
 ## Start, or confirm, InfluxDB, Redis and RabbitMQ on loopback, then exit.
 services:
@@ -28,6 +35,11 @@ run: services venv
 ## Local services + the whole test suite.
 test: services venv
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## Throughput, latency and memory against the raw limits, on the local services; prints a table
+## and writes benchmarks/results/latest.json. Options: BENCH_ROWS (1000000), BENCH_REPEAT (3).
+bench: services venv $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run
 
 ## The smoke job against the configured services, as an operator's CI would run it.
 smoke: services venv

@@ -24,7 +24,9 @@ from __future__ import annotations
 import csv
 import io
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from queue import Full, Queue
 from typing import Any
 
@@ -127,9 +129,18 @@ class InfluxClient:
 
     # -- transport ---------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers.update(self._session.headers)
+        return session
+
+    def _request(
+        self, method: str, path: str, *, stream: bool = False, session: requests.Session | None = None, **kwargs: Any
+    ) -> requests.Response:
         try:
-            response = self._session.request(method, self.url + path, timeout=self.timeout, stream=stream, **kwargs)
+            response = (session or self._session).request(
+                method, self.url + path, timeout=self.timeout, stream=stream, **kwargs
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"InfluxDB at {self.url} did not answer {method} {path}: {exc}") from exc
         if response.status_code >= 500:
@@ -217,12 +228,16 @@ class InfluxClient:
         ones; the IonbeamError carries that text. Retrying a whole body is safe because the
         same series + time is overwritten, never duplicated.
         """
+        self._write(body, self._session)
+
+    def _write(self, body: bytes, session: requests.Session) -> None:
         response = self._request(
             "POST",
             "/write",
             params={"db": self.database, "precision": "ns"},
             data=body,
             headers={"Content-Type": "text/plain; charset=utf-8"},
+            session=session,
         )
         if not 200 <= response.status_code < 300:
             raise IonbeamError(
@@ -238,6 +253,54 @@ class InfluxClient:
             self.write(body)
             points += body.count(b"\n")
         return points
+
+    def write_bodies(self, bodies: Iterable[bytes], *, writers: int = 1) -> int:
+        """Write line-protocol bodies with up to ``writers`` requests in flight; returns how
+        many bodies were written.
+
+        Why concurrent: the server parses each request on a core of its own, so two requests
+        in flight keep two cores busy where one leaves the second idle between requests.
+        ``bodies`` is consumed only as a writer frees up, so a generator that encodes as it
+        goes (lineprotocol.iter_encoded_bodies) works while the server does, and at most
+        ``writers`` bodies wait in memory. The first failure is raised once the requests in
+        flight have ended; bodies already written stay written, which is safe to retry
+        (same series + time is overwritten, never duplicated).
+        """
+        if writers < 1:
+            raise ValueError(f"writers must be at least 1, got {writers}")
+        if writers == 1:
+            count = 0
+            for body in bodies:
+                self.write(body)
+                count += 1
+            return count
+        # requests.Session is not documented as thread-safe: one per writer.
+        sessions: Queue[requests.Session] = Queue()
+        for _ in range(writers):
+            sessions.put(self._new_session())
+
+        def send(body: bytes) -> None:
+            session = sessions.get()
+            try:
+                self._write(body, session)
+            finally:
+                sessions.put(session)
+
+        count = 0
+        in_flight: deque[Future[None]] = deque()
+        try:
+            with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="influx-write") as pool:
+                for body in bodies:
+                    if len(in_flight) >= writers:
+                        in_flight.popleft().result()
+                    in_flight.append(pool.submit(send, body))
+                    count += 1
+                while in_flight:
+                    in_flight.popleft().result()
+        finally:
+            while not sessions.empty():
+                sessions.get().close()
+        return count
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ that Arrow's all-or-nothing cast cannot parse (mixed offsets, invalid rows), bec
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -299,9 +300,29 @@ def _to_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _last_of_each(table: pa.Table, keys: list[str]) -> pa.Array:
     """Sorted row indices keeping, per (time, metadata) key, the last row: InfluxDB keeps
-    the last write of a series+time too, so this only makes that explicit and counted."""
-    if table.num_rows == 0:
+    the last write of a series+time too, so this only makes that explicit and counted.
+
+    The keys are packed into one int64 per row when they fit (time offset and dictionary
+    codes in mixed radix), and a sort of those integers tells whether any key repeats at
+    all, which in a normal payload none does: ~10x cheaper than grouping by a string column,
+    which was three quarters of normalise's time (make bench). A feed in time order packs
+    to increasing keys, which one comparison pass confirms without sorting.
+    """
+    n = table.num_rows
+    if n == 0:
         return pa.array([], pa.int64())
+    packed = _packed_key(table, keys)
+    if packed is None:
+        return _last_of_each_grouped(table, keys)
+    if bool((packed[1:] > packed[:-1]).all()):
+        return pa.array(np.arange(n, dtype=np.int64))
+    ordered = np.sort(packed)
+    if bool((ordered[1:] != ordered[:-1]).all()):
+        return pa.array(np.arange(n, dtype=np.int64))
+    return _last_of_each_grouped(pa.table({"key": pa.array(packed)}), ["key"])
+
+
+def _last_of_each_grouped(table: pa.Table, keys: list[str]) -> pa.Array:
     row = "__ionbeam_row"
     while row in table.column_names:
         row += "_"
@@ -310,3 +331,26 @@ def _last_of_each(table: pa.Table, keys: list[str]) -> pa.Array:
     last = last.combine_chunks()
     # Input order, so the stored table reads like the payload.
     return pc.take(last, pc.array_sort_indices(last))
+
+
+def _packed_key(table: pa.Table, keys: list[str]) -> np.ndarray | None:
+    """One int64 per row, equal exactly when all ``keys`` are equal (nulls equal each other,
+    as in a group-by); None when the combination does not fit in 63 bits."""
+    digits: list[tuple[np.ndarray, int]] = []
+    for name in keys:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_integer(column.type) and column.null_count == 0:
+            values = column.cast(pa.int64()).to_numpy()
+            low, high = int(values.min()), int(values.max())
+            if high - low >= 2**63 - 1:
+                return None
+            digits.append((values - low, high - low + 1))  # fits: the span is below 2**63
+        else:
+            encoded = pc.dictionary_encode(column, null_encoding="encode")
+            digits.append((encoded.indices.to_numpy().astype(np.int64), max(len(encoded.dictionary), 1)))
+    if math.prod(base for _, base in digits) >= 2**63:
+        return None
+    packed = np.zeros(table.num_rows, dtype=np.int64)
+    for values, base in digits:
+        packed = packed * base + values
+    return packed
