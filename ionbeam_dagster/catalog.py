@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ionbeam_dagster.contracts import DatasetMetadata, Link, as_utc, check_dataset_name, format_time
+from ionbeam_dagster.describe import kind_of as _kind
 from ionbeam_dagster.durations import format_duration, parse_duration
 from ionbeam_dagster.errors import CatalogError
 from ionbeam_dagster.windows import check_span, window_of
@@ -207,16 +208,6 @@ _CHECKS = {
     "attribution": _text,
     "odb_varno": _odb_varno,
 }
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return type(value).__name__
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:

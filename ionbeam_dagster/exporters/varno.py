@@ -34,6 +34,7 @@ import cf_units
 import numpy as np
 
 from ionbeam_dagster.canonical import CanonicalName, level_problem, part_problem
+from ionbeam_dagster.describe import kind_of as _kind
 from ionbeam_dagster.durations import format_duration, parse_duration
 
 __all__ = [
@@ -323,16 +324,6 @@ class VarnoMapping:
         all_units = {k: v for k, v in base.units.items() if k not in VARNO_UNITS}
         all_units.update(units)
         return cls(merged, all_units)
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return type(value).__name__
 
 
 def _parse_entry(
