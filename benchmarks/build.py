@@ -19,7 +19,7 @@ import requests
 
 from benchmarks.data import WINDOW, dataset_spec
 from benchmarks.services import BenchServices
-from benchmarks.timing import Trials, cpu_summary, rate, settle, timed_cpu
+from benchmarks.timing import Trials, cpu_summary, paired_ratio, rate, settle, timed_cpu
 from ionbeam_dagster.build import BuildResult, build_window
 from ionbeam_dagster.influx import AXIS_FIELDS, quote_ident
 from ionbeam_dagster.windows import Window
@@ -42,6 +42,7 @@ class BuildMeasurement:
             "raw_s": self.raw.best,
             "ours_trials_s": self.ours.seconds,
             "raw_trials_s": self.raw.seconds,
+            "paired_ratio_median": paired_ratio(self.ours.seconds, self.raw.seconds),
             "object_bytes": self.ours.best_result.bytes,
             **cpu_summary(self.ours, self.raw),
         }

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.data import WINDOW
-from benchmarks.timing import Trials, rate, timed
+from benchmarks.timing import Trials, paired_ratio, rate, timed
 
 EXPORTERS = ("geoparquet", "odb", "netcdf")
 _MODULES = {name: f"ionbeam_dagster.exporters.{name}" for name in EXPORTERS}
@@ -47,6 +47,7 @@ class ExportMeasurement:
             "ours_rows_per_s": rate(self.rows, self.ours.best),
             "raw_rows_per_s": rate(self.rows, self.raw.best),
             "ratio": self.raw.best / self.ours.best,
+            "paired_ratio_median": paired_ratio(self.ours.seconds, self.raw.seconds),
             "ours_s": self.ours.best,
             "raw_s": self.raw.best,
             "ours_bytes": self.ours.best_result,

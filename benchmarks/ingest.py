@@ -28,7 +28,7 @@ import requests
 
 from benchmarks.data import dataset_spec, ingest_command, observations, write_payload
 from benchmarks.services import BenchServices
-from benchmarks.timing import Trials, cpu_summary, rate, settle, timed, timed_cpu
+from benchmarks.timing import Trials, cpu_summary, paired_ratio, rate, settle, timed, timed_cpu
 from ionbeam_dagster.ingestion import IngestionResult, ingest
 from ionbeam_dagster.lineprotocol import encode_lines
 from ionbeam_dagster.normalise import normalise
@@ -65,6 +65,10 @@ class IngestMeasurement:
             "raw_best_config": config,
             "raw_rows_per_s_by_config": {k: rate(self.rows, t.best) for k, t in self.raw.items()},
             "ours_trials_s": self.ours.seconds,
+            # Per repetition, the fastest raw configuration of that repetition against ours.
+            "paired_ratio_median": paired_ratio(
+                self.ours.seconds, [min(trials) for trials in zip(*(t.seconds for t in self.raw.values()))]
+            ),
             **cpu_summary(self.ours, self.raw[config]),
         }
         if self.reference.seconds:

@@ -182,7 +182,11 @@ def format_table(report: Mapping[str, Any]) -> str:
             lines.append(f"{label:<22}not measured")
             return
         target = targets.get(target_key, {})
-        cpu = f"  (CPU-time ratio {_num(part['cpu_ratio'])})" if part.get("cpu_ratio") is not None else ""
+        extra = [
+            f"paired median {_num(part['paired_ratio_median'])}" if part.get("paired_ratio_median") is not None else "",
+            f"CPU-time ratio {_num(part['cpu_ratio'])}" if part.get("cpu_ratio") is not None else "",
+        ]
+        cpu = f"  ({', '.join(e for e in extra if e)})" if any(extra) else ""
         lines.append(
             f"{label:<22}{_num(part.get('ours_rows_per_s')):>14}{_num(part.get('raw_rows_per_s')):>14}"
             f"{_num(part.get('ratio')):>8}  {target.get('goal', ''):<12} {_verdict(target):<6}{cpu}"

@@ -140,3 +140,17 @@ def cpu_summary(ours: Trials[Any], raw: Trials[Any]) -> dict[str, Any]:
         "raw_cpu_s": {"client": raw.best_cpu[0], "server": raw.best_cpu[1]},
         "cpu_ratio": sum(raw.best_cpu) / sum(ours.best_cpu),
     }
+
+
+def paired_ratio(ours: list[float], raw: list[float]) -> float | None:
+    """Median over repetitions of raw / ours, each pair measured back to back.
+
+    Best-of on each side can pair a raw trial from a quiet moment with ours from a busy
+    one; trials of one repetition ran seconds apart, so their ratio shares most of the
+    machine's mood. Reported next to the best-of ratio, not instead of it.
+    """
+    pairs = sorted(r / o for o, r in zip(ours, raw) if o > 0)
+    if not pairs:
+        return None
+    middle = len(pairs) // 2
+    return pairs[middle] if len(pairs) % 2 else (pairs[middle - 1] + pairs[middle]) / 2

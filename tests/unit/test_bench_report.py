@@ -84,3 +84,11 @@ def test_written_json_round_trips_and_the_table_mentions_every_part(tmp_path: Pa
     table = format_table(report)
     for word in ("ingest", "build", "geoparquet", "odb", "netcdf", "missing", "latency", "memory", "scaling", "test cpu"):
         assert word in table
+
+
+def test_paired_ratio_is_the_median_of_back_to_back_pairs() -> None:
+    from benchmarks.timing import paired_ratio
+
+    assert paired_ratio([2.0, 4.0, 1.0], [1.0, 4.0, 1.0]) == 1.0
+    assert paired_ratio([2.0, 4.0], [1.0, 3.0]) == (0.5 + 0.75) / 2
+    assert paired_ratio([], []) is None
