@@ -135,7 +135,7 @@ def build_report(
         "notes": list(notes),
     }
     report = _round(report)
-    report["targets"] = evaluate_targets(report)
+    report["targets"] = _round(evaluate_targets(report))
     return report
 
 
