@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +20,9 @@ from ionbeam_dagster.broker import Broker
 from ionbeam_dagster.catalog import DatasetSpec
 from ionbeam_dagster.contracts import DataSetAvailableEvent, to_json_bytes
 from ionbeam_dagster.durations import format_duration
+from ionbeam_dagster.errors import TransientError
 from ionbeam_dagster.influx import InfluxClient
+from ionbeam_dagster.ingestion import RetrySchedule
 from ionbeam_dagster.objectstore import ObjectStore
 from ionbeam_dagster.readiness import event_set_hash
 from ionbeam_dagster.windows import Window
@@ -28,6 +30,7 @@ from ionbeam_dagster.windowstate import BuildRecord, WindowState, window_id
 
 # Dataset versions get stable ids: the same window and event set always announce the same
 # id, so an exporter that sees an announcement twice (a retried build) can tell.
+_PUBLISH_RETRY = RetrySchedule(timeout=timedelta(seconds=120))
 _VERSION_NAMESPACE = uuid.UUID("6f1c9a52-3a51-4d0e-9b7e-2d1c5e7f0a11")
 
 AXES = ("timestamp", "latitude", "longitude")
@@ -142,7 +145,11 @@ def build_window(
         start_time=window.start,
         end_time=window.end,
     )
-    broker.publish_dataset_available(to_json_bytes(announcement))
+    # A connection idle through a long build may have been dropped by RabbitMQ; the broker
+    # reconnects on the next try, and the stable version id makes a repeat harmless.
+    _PUBLISH_RETRY.run(
+        "RabbitMQ publish", lambda: broker.publish_dataset_available(to_json_bytes(announcement)), (TransientError,)
+    )
     state.record_built(spec.name, window, BuildRecord(hash=event_hash, location=key, rows=rows, built_at=datetime.now(UTC)))
     return BuildResult(
         dataset=spec.name,
