@@ -81,6 +81,18 @@ start_rabbitmq() {
   say "RabbitMQ started on 127.0.0.1:5672"
 }
 
+start_mosquitto() {
+  # The Netatmo source's tests also use the machine's MQTT broker on its standard port.
+  if port_open 127.0.0.1 1883; then say "Mosquitto answers on 127.0.0.1:1883"; return; fi
+  if ! command -v mosquitto >/dev/null; then say "installing Mosquitto"; apt_install mosquitto; fi
+  local conf="$STATE/mosquitto.conf"
+  printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\n' >"$conf"
+  mosquitto -d -c "$conf"
+  wait_for "Mosquitto" 20 port_open 127.0.0.1 1883
+  say "Mosquitto started on 127.0.0.1:1883"
+}
+
 start_influxdb
 start_redis
 start_rabbitmq
+start_mosquitto

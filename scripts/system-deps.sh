@@ -4,8 +4,9 @@
 #   libudunits2-0  UDUNITS-2 for the CF checker the NetCDF tests run (cf-units bundles its own)
 #   libexpat1      loaded by cf-units' bundled UDUNITS-2 (slim images lack it)
 #   chromium       headless browser for the OGC API page test
+#   mosquitto      MQTT broker the Netatmo tests start their own instances of
 set -euo pipefail
-wanted=(libudunits2-0 libexpat1 chromium)
+wanted=(libudunits2-0 libexpat1 chromium mosquitto)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +38,6 @@ from tests.pipeline_harness import CATALOG_YAML, Pipeline, close_pipeline, make_
 pytestmark = [
     pytest.mark.services,
     pytest.mark.filterwarnings("ignore::dagster.BetaWarning"),
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
 ]
 
 SYSTEM_BROKER = ("127.0.0.1", 1883)
